@@ -450,7 +450,7 @@ async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from
     # so r does at once (waiting for p1 would hold both sides until the bound)
     await a_round_on({"states": [state(1, 120, after="R2"), state(0, 130, after="R")]})
     await eventually_async(lambda: parts() == (130, 120), "a receipt answering both")
-    assert service.out_of_step == 0  # no side waited out the bound
+    assert service.step.out_of_step == 0  # no side waited out the bound
 
 
 async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:

@@ -134,7 +134,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
         for r in net.needs:  # and no need over-allocated at any check on the way
             receipt = nodes[r].app[NODE].allocation.receipts.get(ids[r])
             if receipt is not None and receipt.over_allocation:
-                over.append((r, receipt.needs, {n: x.app[NODE].allocation.out_of_step for n, x in nodes.items()}))
+                over.append((r, receipt.needs, {n: x.app[NODE].allocation.step.out_of_step for n, x in nodes.items()}))
         now = _node_allocation(net, nodes, ids) if _settled(net, nodes, ids) else None
         same, live = now is not None and now == live, now or {}
         return same
@@ -169,7 +169,8 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
 
     live = {k: v for k, v in live.items() if v}
     simulated = {k: v for k, v in simulated.items() if v}
-    out_of_step = {name: n.app[NODE].allocation.out_of_step for name, n in nodes.items()}  # (rounds past the bound)
+    out_of_step = {name: n.app[NODE].allocation.step.out_of_step  # (rounds past the bound)
+                   for name, n in nodes.items()}
     assert live.keys() == simulated.keys(), (live, simulated, out_of_step)
     assert all(abs(live[k] - simulated[k]) <= 1 for k in live), (live, simulated, out_of_step)
     # And both are the seed's division, worked by hand (see the weights), when each need meets one slot per provider.

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
-from xsc.allocation import service as allocation_service
+from xsc.allocation import step as allocation_step
 from xsc.allocation.itc_ids import FORK_PATH
 from xsc.errors import PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, write_secret
@@ -153,7 +153,7 @@ def in_step(monkeypatch) -> None:
     among them all in the one receipt that answers them (docs/allocation.md, "Simulator and nodes").  The nodes bound
     that wait (10 allocation delays, 5 s at least), which a loaded machine overruns: a provider whose ask comes after
     it finds the need met by the others and gives it nothing."""
-    monkeypatch.setattr(allocation_service, "STEP_WAIT_MIN", 3600.0)
+    monkeypatch.setattr(allocation_step, "STEP_WAIT_MIN", 3600.0)
 
 
 class LosingForks:

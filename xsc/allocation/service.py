@@ -12,13 +12,13 @@
   stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
   record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
   converge computes again after the delay; a quiet network sends nothing.
-- **Rounds in step**, as the simulator's: the provider's side waits until every recipient its latest
-  state names has answered it (`_provider_waits`), the recipient's side until every provider of the
-  round is done with its last receipt (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at
-  least `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt signs it again (`acks`).
+- **Rounds in step** (`self.step`, xsc.allocation.step), as the simulator's: the provider's side waits until
+  every recipient its latest state names has answered it, the recipient's side until every provider of the
+  round is done with its last receipt, each at most a bound; a provider whose state did not change for a new
+  receipt signs it again (`Step.acks`).
 - **Converged** (`status`): the seed's rule, and no node says so before its needs are answered: a provider
-  has computed on the needs it follows (`needs_moved`), a recipient's need slots have each been answered by
-  every provider that should see them (`unanswered`; docs/allocation.md).
+  has computed on the needs it follows (`Step.needs_moved`), a recipient's need slots have each been answered by
+  every provider that should see them (`Step.unanswered`; docs/allocation.md).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.core.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
@@ -50,12 +50,9 @@ from ..identity import Identity
 from ..itc import Stamp
 from ..tasks import Quota, now_ms, woken
 from .core.convergence import NETWORK_QUORUM
-from .core.matching import compatible
 from .core.models import AllocationState, Commitment, DampingSample
 from .core.records import (
     Held,
-    ReceiptRecord,
-    StateRecord,
     check_state,
     parse_receipt,
     parse_state,
@@ -63,17 +60,16 @@ from .core.records import (
     sign_receipt,
     sign_state,
 )
-from .core.rounds import Receipt, addressed_to, answered, provider_round, recipient_round
+from .core.rounds import Receipt, addressed_to, provider_round, recipient_round
 from .core.subscriptions import Subscribers
 from .gossip import AllocationGossip
 from .itc_ids import ItcIds
+from .step import Step
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
-STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
-STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
 PASS = 0.5  # seconds between the allocation loop's passes while anything is to be allocated ...
 # ... and at most while nothing is (`quiet`): a round then comes due only by what wakes the loop, and the subscriptions
 # a pass renews or sends where their topics changed wait this long at most (a renewal is due every 20 s of 60).
@@ -113,22 +109,7 @@ class AllocationService:
                                        states=self.states, receipts=self.receipts, receive=self.receive,
                                        refuse=self._refuse, wake=self._changed.set)
         self._dirty = True
-        # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider and
-        # published a receipt, the receipts its provider side last read (recipient -> signature), when each provider's
-        # state last arrived (even unchanged: an answer), the recipients to answer with our unchanged state.
-        self._computed_at = 0.0
-        self._receipt_at = 0.0
-        self._read: dict[str, str] = {}
-        self._heard: dict[str, float] = {}
-        self.acks: set[str] = set()
-        # Needs reached and answered (`unanswered`, `needs_moved`): when our first receipt listing each of our need
-        # slots was published, when each provider's state last arrived (even unchanged), the needs our provider side
-        # last computed on, and the pending wake-up of a side that waits.
-        self._listed_at: dict[str, float] = {}
-        self._arrived: dict[str, float] = {}
-        self._computed_needs: frozenset = frozenset()
-        self._wake: asyncio.TimerHandle | None = None
-        self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
+        self.step = Step(me=self.me, config=config, states=self.states, receipts=self.receipts, touch=self.touch)
         self._defaulted = _Defaulted()  # providers not counted as serving this node's needs (`defaulted`)
 
     # --- standing needs (kept by the market's NeedRegistry) --------------------------------------------
@@ -181,72 +162,7 @@ class AllocationService:
     def idle(self) -> bool:
         """No round is due: everything this node read has been computed on (a test waits for it before it
         compares allocations: a change the node has not computed on yet would make them look settled)."""
-        return not self._dirty and self._wake is None
-
-    def _bound(self) -> float:
-        return max(STEP_WAIT * self.config.allocation_delay, STEP_WAIT_MIN)
-
-    def _wait_until(self, since: float) -> bool:
-        """True (the side waits) while `since` + the bound is ahead; a wake-up is set for then."""
-        left = since + self._bound() - time.monotonic()
-        if left <= 0:
-            self.out_of_step += 1  # computes without every answer: this round may not be the simulator's
-            return False
-        if self._wake is not None:
-            self._wake.cancel()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        self._wake = loop.call_later(left + 0.01, self._woken)
-        return True
-
-    def _woken(self) -> None:
-        self._wake = None
-        self.touch()
-
-    def _provider_waits(self, mine: StateRecord | None, receipts: dict[str, Receipt]) -> bool:
-        """The provider's side waits until every recipient its latest state names has answered it (the
-        receipt's part of ours and request are the state's), at most the bound after it last computed: it then
-        computes from receipts that all answer the same state of its own, as in the simulator's rounds."""
-        if mine is None or self.previous is None or answered(self.me, mine.allocations, mine.wanted, receipts):
-            return False
-        return self._wait_until(self._computed_at)
-
-    def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
-        """The recipient's side waits, once a provider's state arrived since its last receipt, until every provider
-        that receipt names (or, while it names none, every active provider recognising it) is done with that
-        receipt (`_done_with`), at most the bound after the first of those states arrived: its next receipt then
-        answers every provider of the round at once, and every provider computes its grant from that one receipt,
-        as in the simulator's rounds (grants from two receipts of one need can give its gap twice)."""
-        since = self._receipt_at
-        new = [t for t in self._heard.values() if t > since]
-        if not new:
-            return False
-        held = self.receipts.get(self.me)
-        expected = set() if held is None else {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
-        if not expected:  # the first round: every provider that may answer (not one whose slots serve no need of ours)
-            needs = network[self.me].need_slots
-            expected = {p for p, c in network.items() if p != self.me and c.recognition.get(self.me, 0) > 0
-                        and any(compatible(cap, n) for cap in c.capacity_slots for n in needs)}
-        expected = {p for p in expected if p in network}
-        if all(p in self._heard if held is None else self._done_with(p, held) for p in expected):
-            return False
-        return self._wait_until(min(new))
-
-    def _done_with(self, provider: str, receipt: ReceiptRecord) -> bool:
-        """Whether the provider will not compute from our `receipt` any more: its latest state was computed after the
-        receipt reached it (the state's stamp is causally after the receipt's; an unchanged state is signed again to
-        say so), or the receipt does not answer that state, so the provider computes again only once we answer it
-        (the two crossed on their way).  When a state arrived does not tell: one computed before the receipt
-        reached its provider can arrive after the receipt left."""
-        state = self.states.get(provider)
-        if state is None:
-            return False
-        seen = self.states.seen(provider)
-        if seen is not None and receipt.stamp.leq(seen):
-            return True
-        return not answered(provider, state.allocations, state.wanted, {self.me: receipt.to_receipt()})
+        return not self._dirty and not self.step.waiting
 
     def round(self, now: int | None = None) -> list:
         """One round (see the module docstring); returns the records it published."""
@@ -254,25 +170,19 @@ class AllocationService:
         if self.ids.stamp is None:
             return []  # no ITC id yet: nothing may be published (see `ensure_id`)
         self._dirty = False
-        if self._wake is not None:  # this round is the one it was for; a side that still waits sets it again
-            self._wake.cancel()
-            self._wake = None
+        self.step.round_begins()
         self.rounds += 1
         network = self.network()
         me = network.get(self.me)
         out: list = []
         receipts = {r: rec.to_receipt() for r, rec in self.receipts.items() if r in network and r != self.me}
         mine = self.states.get(self.me)
-        if me is not None and me.capacity_slots and self._provider_waits(mine, receipts):
+        if me is not None and me.capacity_slots and self.step.provider_waits(mine, self.previous, receipts):
             pass  # a recipient has not answered our latest state yet
         elif me is not None and me.capacity_slots:
-            self._computed_at = time.monotonic()
-            read = {r: rec.signature for r, rec in self.receipts.items() if r != self.me}
-            fresh = {r for r, sig in read.items() if self._read.get(r) != sig}
-            self._read = read
+            fresh = self.step.provider_computes(me, network)
             state = provider_round(me, network, receipts, previous=self.previous, now_ms=now)
             self.previous = state
-            self._computed_needs = _followed_needs(me, network)
             content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
                              for a in state.slot_allocations), tuple(state.wanted), state.converged)
             nothing = not content[0] and not content[1]
@@ -287,7 +197,7 @@ class AllocationService:
                                 | {r for r, w in me.recognition.items() if w > 0})
                 if acks:  # signed again: its stamp, after the receipts it read, says which it answers
                     self.states.receive(sign_state(self.identity, state, stamp=self.ids.event(), timestamp=now))
-                    self.acks |= acks
+                    self.step.acks |= acks
         elif mine is not None and mine.allocations:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
@@ -296,10 +206,10 @@ class AllocationService:
             self.states.receive(record)
             self.previous = None
             out.append(record)
-        if me is not None and me.need_slots and self._recipient_waits(network):
+        if me is not None and me.need_slots and self.step.recipient_waits(network):
             pass  # a provider of the round has not answered our last receipt yet
         elif me is not None and me.need_slots:
-            self._receipt_at = time.monotonic()
+            self.step.recipient_computes()
             received, wanted = addressed_to(self.me, [s for s in self._active_states(network)
                                                       if s.provider != self.me and s.provider not in self._defaulted])
             damped, receipt = recipient_round(me, received, wanted, now, previous=self.my_receipt)
@@ -311,9 +221,8 @@ class AllocationService:
                 record = sign_receipt(self.identity, receipt, stamp=self.ids.event(), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
-                listed = time.monotonic()
-                self._listed_at = {nid: self._listed_at.get(nid, listed) for nid in receipt.needs}
-        if self.previous is not None and not self.previous.converged and self._wake is None:
+                self.step.listed(receipt.needs)
+        if self.previous is not None and not self.previous.converged and not self.step.waiting:
             self._dirty = True  # not converged: compute again after the delay, as the simulator does
         return out
 
@@ -356,11 +265,8 @@ class AllocationService:
                         raise ForgedRecord(f"an allocation record of {owner} is not signed by it") from None
                     refused += 1
                     continue
-                if held is self.states:
-                    self._arrived[record.provider] = time.monotonic()  # (an answer to a need: `unanswered`)
-                if held is self.states and (_names(record, self.me) or _names(held.get(record.provider), self.me)):
-                    self._heard[record.provider] = time.monotonic()  # an answer to our receipt (`_recipient_waits`)
-                    heard = True
+                if held is self.states and self.step.arrived(record):
+                    heard = True  # an answer to our receipt
                 outcome = held.receive(record)
                 if outcome.value == "stale" and held.get(record.owner) is not None \
                         and held.get(record.owner).signature == record.signature:
@@ -428,7 +334,7 @@ class AllocationService:
                     await asyncio.sleep(self.config.allocation_delay)  # debounce: gather what else changes
                     seen_version = self.market.version
                     records = self.round()
-                    acks, self.acks = self.acks, set()
+                    acks, self.step.acks = self.step.acks, set()
                     mine = self.states.get(self.me)
                     if acks and mine is not None and mine not in records:
                         await self.gossip.push([mine], only=[d for d in self._targets() if d.id in acks])
@@ -450,8 +356,8 @@ class AllocationService:
     def forget(self, participant: str) -> None:
         """A node was removed: its records are dropped."""
         self.gossip.forget(participant)
-        for kept in (self._heard, self._arrived, self._read, self._defaulted):
-            kept.pop(participant, None)
+        self.step.forget(participant)
+        self._defaulted.pop(participant)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
@@ -493,40 +399,6 @@ class AllocationService:
             self._defaulted.add(provider)
             self.touch()
 
-    # --- needs reached and answered ------------------------------------------------------------------
-    def needs_moved(self, me: Commitment, network: dict[str, Commitment]) -> bool:
-        """Whether the needs this node's provider side follows (those of the participants it recognises) changed
-        since it last computed: until its next round it has not computed on them, so its state is not converged."""
-        return _followed_needs(me, network) != self._computed_needs
-
-    def unanswered(self, network: dict[str, Commitment]) -> list[str]:
-        """This node's need slots that a provider which should see them has not answered yet: an active provider
-        recognising this node with a capacity slot `compatible` with the need slot, whose latest state neither
-        names it (gives it units or asks for it) nor arrived, converged, after our first receipt listing it.
-        Until every such provider has answered, the network has not converged for this node, whatever the
-        providers' flags say (they may not have the need yet: it reaches them through their subscriptions)."""
-        me = network.get(self.me)
-        if me is None or not me.need_slots:
-            return []
-        providers = [c for p, c in network.items() if p != self.me and c.capacity_slots
-                     and c.recognition.get(self.me, 0) > 0]
-        out = []
-        for n in me.need_slots:
-            listed = self._listed_at.get(n.id)
-            for c in providers:
-                if not any(compatible(cap, n) for cap in c.capacity_slots):
-                    continue
-                record = self.states.get(c.participant)
-                if record is not None and (any(r == self.me and nid == n.id for _, r, nid, _, _ in record.allocations)
-                                           or (self.me, n.id) in record.wanted):
-                    continue  # it gives the need slot units or asks for it
-                if record is not None and record.converged and listed is not None \
-                        and self._arrived.get(c.participant, 0.0) > listed:
-                    continue  # its state since our receipt listed the need: it computed on it, and gives nothing
-                out.append(n.id)
-                break
-        return sorted(out)
-
     # --- views ------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The stamp, the peers in causal order, and whether the allocation converged."""
@@ -536,9 +408,9 @@ class AllocationService:
         share = len(converged) / len(providers) if providers else 1.0
         mine = self.states.get(self.me)
         me = network.get(self.me)
-        moved = me is not None and self.previous is not None and self.needs_moved(me, network)
+        moved = me is not None and self.previous is not None and self.step.needs_moved(me, network)
         provider_converged = None if mine is None else mine.converged and not moved
-        unanswered = self.unanswered(network)
+        unanswered = self.step.unanswered(network)
         delta = None
         if self.previous is not None and self.previous.convergence_history:
             delta = str(self.previous.convergence_history[-1].delta)
@@ -573,7 +445,7 @@ class AllocationService:
             "needs": [_need_view(b) for b in self.needs.standing()],
             "refused": dict(self.refused),
             "defaulted": self._defaulted.view(),
-            "out_of_step": self.out_of_step,
+            "out_of_step": self.step.out_of_step,
             **self.gossip.view(),
             "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
         }
@@ -600,28 +472,11 @@ def quiet(service: AllocationService) -> bool:
     only by what wakes the loop (`touch`: the book's `on_change`, the needs' watch, a record received; a side that
     waits sets a wake-up); what a pass does besides is all that then waits: subscriptions renewed, or sent where their
     topics changed with the recognition this node derives (a standing need, whose end a pass sees, is not quiet)."""
-    if service._dirty or service._wake is not None or service.ids.stamp is None or service.needs.standing():
+    if service._dirty or service.step.waiting or service.ids.stamp is None or service.needs.standing():
         return False
     if service.previous is not None and not service.previous.converged:
         return False
     return not any(mc.bids for mc in service.market.book.commitments())
-
-
-def _followed_needs(me: Commitment, network: dict[str, Commitment]) -> frozenset:
-    """The need slots a provider's round reads: those of the participants it recognises, as (owner, id, kind,
-    quantity, start, end)."""
-    out = set()
-    for r, w in me.recognition.items():
-        other = network.get(r)
-        if w > 0 and other is not None and r != me.participant:
-            out.update((r, n.id, n.kind, n.quantity, n.start, n.end) for n in other.need_slots)
-    return frozenset(out)
-
-
-def _names(record: StateRecord | None, recipient: str) -> bool:
-    """Whether a provider's state gives `recipient` units or asks it for more."""
-    return record is not None and (any(r == recipient for _, r, _, _, _ in record.allocations)
-                                   or any(r == recipient for r, _ in record.wanted))
 
 
 def _need_view(bid) -> dict:
