@@ -70,7 +70,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
         assert status == 200 and body["results"][0]["value"] == 610, body
         # It ran on the provider that allocated to a, priced at the call market's clearing price ...
         assert body["provider"] == b_id and body["deal"]["allocated"] is True, (call, body["deal"])
-        clearing = market.clearings()[("compute", market.bucket())]
+        clearing = market.clearings()[("compute", market.offer.bucket())]
         assert body["deal"]["price"] == clearing.price, (body["deal"], clearing)
         # ... and the standing need shrank by exactly the fuel the run used.
         assert body["fuel_consumed"] == used

@@ -240,7 +240,7 @@ async def test_a_call_its_provider_recorded_then_answered_with_a_server_error_is
     gateway, provider, module, _ = await _pair(node_factory, 100)
     before = _balances(gateway, provider)
     market = provider.app[NODE].paid.market
-    note_fuel, faults = market.note_fuel, []
+    note_fuel, faults = market.offer.note_fuel, []
 
     def fault_once(fuel: int) -> None:
         if not faults:
@@ -248,7 +248,7 @@ async def test_a_call_its_provider_recorded_then_answered_with_a_server_error_is
             raise RuntimeError("the answer could not be made")
         note_fuel(fuel)
 
-    monkeypatch.setattr(market, "note_fuel", fault_once)
+    monkeypatch.setattr(market.offer, "note_fuel", fault_once)
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
     status, problem = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)

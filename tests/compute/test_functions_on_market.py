@@ -184,7 +184,7 @@ async def _owner_and_provider(node_factory, *, deployed: bool = True, **provider
     if deployed:
         wasm_bytes = owner.app[NODE].compute.store.wasm(bytes.fromhex(module))
         await provider.app[NODE].compute.registry.deploy(wasm_bytes, wasi=True)
-    return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
+    return owner, provider, module, provider.app[NODE].market.offer.honoured_ask("compute")
 
 
 def _budget(provider, module: str, price: int) -> int:
@@ -371,7 +371,7 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
     limits = {"fuel": 1_000_000, "memory": 1 << 20, "timeout": 0.5}  # a small request's budget
     for provider in (stingy, generous):
         await provider.app[NODE].compute.registry.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
-    price = stingy.app[NODE].market.honoured_ask("compute")
+    price = stingy.app[NODE].market.offer.honoured_ask("compute")
     budget = stingy.app[NODE].compute.budget(InvokeCall(module, "files", [], 1_000_000, 1 << 20, 0.5, True), price)
     reading = mount_price(len(page), price)
     assert budget <= 100 < reading  # one request fits the stingy provider's line; reading the page does not
@@ -506,7 +506,7 @@ async def test_callers_of_a_placed_function_answered_before_their_records_are_wr
         node_factory, market={"compute_ask_floor": price, "compute_ask_ceiling": price},
         ledger={"stranger_credit": 10 * budget, "peer_credit": 10 * budget})
     owner_id, pid, node = owner.app[IDENTITY].id, provider.app[IDENTITY].id, owner.app[NODE]
-    assert provider.app[NODE].market.honoured_ask("compute") == price
+    assert provider.app[NODE].market.offer.honoured_ask("compute") == price
     limits = {"fuel": fuel, "memory": memory, "timeout": timeout}
     assert provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], fuel, memory, timeout, True),
                                              price) == budget
@@ -796,7 +796,7 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
 
     # Served again with a cap that holds two requests' budgets but not the open tab's 16: that tab is ended and
     # paid, and the function placed again on a tab the cap bounds.
-    budget = _budget(provider, module, provider.app[NODE].market.honoured_ask("compute"))
+    budget = _budget(provider, module, provider.app[NODE].market.offer.honoured_ask("compute"))
     await _json(owner, "POST", "/v1/compute/functions", json={**function, "spend_cap": 2 * budget})
 
     async def placed_again():
@@ -891,7 +891,7 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     # The provider has the module: nothing is compiled there (a cap that has room for that: test_functions_compile_paid).
     await provider.app[NODE].compute.registry.deploy(wasm("cgi"), wasi=True)
     call = InvokeCall(module, "_start", [], 25_000, None, None, True)
-    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.offer.honoured_ask("compute"))
     assert owner.app[NODE].compute.budget(call, 40) == budget
     # A cap of one request's budget: the tab it is placed on holds all of it, so no next tab fits beside it.
     await _json(owner, "POST", "/v1/compute/functions",
@@ -928,7 +928,7 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_served_again_w
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     call = InvokeCall(module, "_start", [], 25_000, None, None, True)
-    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.offer.honoured_ask("compute"))
     function = {"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
                 "spend_cap": 2 * budget - 1}  # no next tab fits beside the one it is placed on
     await _json(owner, "POST", "/v1/compute/functions", json=function)
@@ -951,7 +951,7 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     call = InvokeCall(module, "_start", [], 25_000, None, None, True)
-    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.offer.honoured_ask("compute"))
     await _json(owner, "POST", "/v1/compute/functions",
                 json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
                       "spend_cap": 20 * budget})

@@ -54,7 +54,7 @@ async def _owner_and_provider(node_factory, **compute):
     module = await deploy(owner, "cgi", wasi=True)
     wasm_bytes = owner.app[NODE].compute.store.wasm(bytes.fromhex(module))
     await provider.app[NODE].compute.registry.deploy(wasm_bytes, wasi=True)
-    return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
+    return owner, provider, module, provider.app[NODE].market.offer.honoured_ask("compute")
 
 
 def _budget(provider, module: str, price: int) -> int:

@@ -32,7 +32,7 @@ async def _tab(gateway, provider):
     url, its price, the tab (give it back with `node.paid.gateway_tabs.answered(tab, 10**6, None)`)."""
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
+    price = provider.app[NODE].market.offer.honoured_ask("compute")
     return node, provider_id, url, price, await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
 
 

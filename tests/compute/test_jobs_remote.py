@@ -289,7 +289,7 @@ async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
     empty = hashlib.sha256(b"").hexdigest()
-    price = provider.app[NODE].market.honoured_ask("compute")
+    price = provider.app[NODE].market.offer.honoured_ask("compute")
     tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
 
     def body(size: int, bytes_in: int | None = None) -> dict:
@@ -318,7 +318,7 @@ async def _a_job_on_a_tab_of_its_own(node_factory, label: str):
     gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
     node = gateway.app[NODE]
-    price = provider.app[NODE].market.honoured_ask("compute")
+    price = provider.app[NODE].market.offer.honoured_ask("compute")
     spec = parse_job({"module": module, "stdin": "-"})
     budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
                                                         spec.memory, spec.timeout, True), price)

@@ -44,7 +44,7 @@ def _sign(market, stamps: dict, identity: Identity, recognition: dict) -> None:
 
 def _whole(market) -> dict:
     """What the rule makes of the whole book now."""
-    offered = frozenset(a.slot.kind for a in market.own_asks())
+    offered = frozenset(a.slot.kind for a in market.offer.own_asks())
     theirs = {p: w for p, w in market.book.recognition().items() if p != market.me}
     return interests(market.me, market.recognition(), theirs, offered, frozenset())
 

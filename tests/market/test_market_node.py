@@ -51,9 +51,9 @@ async def test_the_storage_ask_rises_as_the_provider_fills_up(node_factory) -> N
 async def test_the_compute_ask_rises_with_the_fuel_used_in_the_bucket(node_factory) -> None:
     node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000})
     market = node.app[NODE].market
-    first = market.ask("compute")
-    market.note_fuel(market.compute_capacity() // 2)
-    assert market.ask("compute") > first
+    first = market.offer.ask("compute")
+    market.offer.note_fuel(market.offer.compute_capacity() // 2)
+    assert market.offer.ask("compute") > first
 
 
 async def test_market_routes_refuse_bad_input(node) -> None:
@@ -190,7 +190,7 @@ async def test_recognition_counters_are_written_once_a_round_not_by_every_paid_c
 
 
 async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_config_or_the_state(node_factory) -> None:
-    """MarketService.ask("compute") prices the compute offer alone (a provider asks it for every paid call): it is
+    """Offer.ask("compute") prices the compute offer alone (a provider asks it for every paid call): it is
     the price of the current bucket's compute slot in own_asks, through fuel used, a changed pricing config,
     a node that offers no compute, and one that is leaving (which publishes no offer and refuses its peers' work)."""
     node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000, "compute_ask_floor": 10,
@@ -198,28 +198,29 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
     market = node.app[NODE].market
 
     def offered() -> int | None:
-        b = market.bucket()
-        return next((a.price for a in market.own_asks() if a.slot.id == f"compute-{b}"), None)
+        b = market.offer.bucket()
+        return next((a.price for a in market.offer.own_asks() if a.slot.id == f"compute-{b}"), None)
 
     seen = set()
-    for used in (0, 1, market.compute_capacity() // 7, market.compute_capacity() // 2, market.compute_capacity()):
-        market.note_fuel(used)
-        assert market.ask("compute") == offered()
-        seen.add(market.ask("compute"))
+    capacity = market.offer.compute_capacity()
+    for used in (0, 1, capacity // 7, capacity // 2, capacity):
+        market.offer.note_fuel(used)
+        assert market.offer.ask("compute") == offered()
+        seen.add(market.offer.ask("compute"))
     assert len(seen) >= 3 and None in seen  # it rose with the fuel used, and none is offered once it is all used
-    market.fuel_used.clear()
+    market.offer.fuel_used.clear()
     market.config.compute_ask_floor, market.config.compute_ask_ceiling = 700, 900  # the policy is read again
-    assert market.ask("compute") == offered() == 700
+    assert market.offer.ask("compute") == offered() == 700
     market.config.ask_exponent = 1
-    market.note_fuel(market.compute_capacity() // 2)
-    assert market.ask("compute") == offered() == 800
+    market.offer.note_fuel(market.offer.compute_capacity() // 2)
+    assert market.offer.ask("compute") == offered() == 800
     market.config.offer_compute = False
-    assert market.ask("compute") is None and offered() is None
+    assert market.offer.ask("compute") is None and offered() is None
     market.config.offer_compute = True
     market.leaving = True  # it publishes no offer, but its own work under way keeps it
-    assert market.ask("compute") == offered() == 800
+    assert market.offer.ask("compute") == offered() == 800
     with pytest.raises(NodeStopping):  # work a peer still offers is refused (503): it goes elsewhere
-        market.honoured_ask("compute")
+        market.offer.honoured_ask("compute")
     assert market.publish(force=True) and not market.book.get(market.me).asks
 
 
@@ -228,15 +229,15 @@ async def test_the_offer_is_made_again_only_when_what_it_is_made_of_changed(node
     changed, new ones as soon as something did (the storage used, the config)."""
     node = await node_factory(storage={"segment_size": 4096, "capacity": 2_000_000})
     market = node.app[NODE].market
-    first = market.own_asks()
-    again = market.own_asks()
+    first = market.offer.own_asks()
+    again = market.offer.own_asks()
     assert again == first and all(a is b for a, b in zip(again, first))
     response = await node.post("/v1/store/files", data=os.urandom(150_000))
     assert response.status == 201, await response.text()
-    free = {a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"}
+    free = {a.slot.quantity for a in market.offer.own_asks() if a.slot.kind == "storage"}
     assert free and max(free) < min(a.slot.quantity for a in first if a.slot.kind == "storage")
     market.config.offer_storage = False
-    assert market.own_asks() and not any(a.slot.kind == "storage" for a in market.own_asks())
+    assert market.offer.own_asks() and not any(a.slot.kind == "storage" for a in market.offer.own_asks())
 
 
 async def test_interests_are_made_once_per_change_and_only_wanted_peers_are_looked_for(node_factory,
@@ -276,9 +277,9 @@ async def test_an_offer_larger_than_a_json_reader_holds_exactly_is_offered_up_to
     node = await node_factory(storage={"capacity": 2**54}, compute={"threads": 2},
                               market={"fuel_per_second": 10**10, "bucket_seconds": 7 * 86400})
     market = node.app[NODE].market
-    usage = market.storage_usage()
-    market.storage_usage = lambda: usage  # the disk's free space as of now: other tests write to that disk meanwhile
-    quantities = {a.slot.kind: a.slot.quantity for a in market.own_asks()}
+    usage = market.offer.storage_usage()
+    market.offer.storage_usage = lambda: usage  # the disk's free space as of now: other tests write to it meanwhile
+    quantities = {a.slot.kind: a.slot.quantity for a in market.offer.own_asks()}
     assert quantities["compute"] == 2**53 - 1
     assert 0 < quantities["storage"] == usage[1] - usage[0] <= shutil.disk_usage(node.app[NODE].config.data_dir).total
     market.publish(force=True)

@@ -16,7 +16,7 @@ async def test_explain_gives_the_figures_and_what_would_have_matched(node) -> No
     found = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert found["code"] in ("below_clearing_price", "no_trade")
     assert found["bid"] == 1 and found["kind"] == "storage" and found["quantity"] > 0
-    assert found["best_ask"] == node.app[NODE].market.ask("storage")
+    assert found["best_ask"] == node.app[NODE].market.offer.ask("storage")
     assert "a bid of at least" in found["would_match"]
 
 

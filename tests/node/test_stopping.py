@@ -142,7 +142,7 @@ async def _stop_while_a_put_is_in_flight(node, caplog) -> None:
         await eventually_async(lambda: "stopping: waiting for 1 request in flight (POST /v1/store/files)" in caplog.text,
                                "the stop to say it waits for the put")
         with pytest.raises(NodeStopping):
-            market.honoured_ask("storage")  # it takes no more work from its peers: it left before it waits
+            market.offer.honoured_ask("storage")  # it takes no more work from its peers: it left before it waits
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)  # and it listens no more
         writer.write(data)

@@ -316,7 +316,7 @@ class HostedJobs:
             self.paid.provider_tabs.ran(job.tab, job.budget, run)
             self.paid.used(job.sender, job.budget, run)
             job.budget = 0
-        self.paid.market.note_fuel(run.fuel_consumed)
+        self.paid.market.offer.note_fuel(run.fuel_consumed)
         job.outputs = outputs
         job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / SLOWEST_LINK
         outcome = run.outcome

@@ -211,7 +211,7 @@ class PaidCompute:
             self.ledger.release(self.payer, budget)
             raise
         self.on_invoked(run.label)
-        self.market.note_fuel(run.fuel_consumed)
+        self.market.offer.note_fuel(run.fuel_consumed)
         # Returned or trapped, the run used fuel: it is paid for either way, on the payer's tab with this node
         # (one ledger transfer per interval covers every run on it; ledger/tabs.py).
         self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
@@ -350,7 +350,7 @@ class PaidCompute:
                 batch.used(budget, run.charge)
             else:
                 self.used(gateway, budget, run)
-        self.market.note_fuel(run.fuel_consumed)
+        self.market.offer.note_fuel(run.fuel_consumed)
         answer: dict[str, Any] = {"run": run.to_json(), "tab": {"authorization": auth.id.hex(), "total": tab.total,
                                                                 "count": tab.count}}
         error = run.error()
@@ -484,7 +484,7 @@ class PaidCompute:
                                        hint="match the invoke again (a fresh authorization)")
         # A call on a tab too: its price is the gateway's word.  The calls of a batch came at one moment: they
         # are held to this node's ask at that moment (found once for the batch).
-        ask = batch.ask(self.market) if batch is not None else self.market.honoured_ask("compute")
+        ask = batch.ask(self.market) if batch is not None else self.market.offer.honoured_ask("compute")
         if ask is None:
             raise DealRefused("this node offers no compute now", hint="match the invoke again")
         if price < ask:
@@ -519,7 +519,7 @@ class PaidCompute:
             run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
                                             deal={**deal, "gateway": gateway, "price": price,
                                                   "authorization": auth.id.hex()})
-            self.market.note_fuel(run.fuel_consumed)
+            self.market.offer.note_fuel(run.fuel_consumed)
             # checked above, before the call ran; its gateway is written with the receipt until its line counts it
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
                                                     verified=True, sender=gateway if self.trust is not None else None,
@@ -547,7 +547,7 @@ class _Batch:
     def ask(self, market: MarketService) -> int | None:
         """This node's honoured compute ask when the batch came (found once, for all its calls)."""
         if self._ask is None:
-            self._ask = (market.honoured_ask("compute"),)
+            self._ask = (market.offer.honoured_ask("compute"),)
         return self._ask[0]
 
     def used(self, budget: int, charge: int) -> None:

@@ -163,7 +163,7 @@ class TabBill:
             tabs.ran(tab, charge, run if done else None)
             self.paid.used(self.owner, charge, run if done else None)
             if done:
-                self.paid.market.note_fuel(run.fuel_consumed)
+                self.paid.market.offer.note_fuel(run.fuel_consumed)
 
         written.add_done_callback(owed)
         return written

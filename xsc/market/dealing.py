@@ -233,7 +233,7 @@ class Dealing:
         taken = self._in_flight()
         # This node's own offer as it is now: the one in the book was signed at the last re-publish, and a put's
         # needs do not re-publish it (its price has moved with every put stored since).
-        book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
+        book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.offer.own_asks()
         asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book if takes_part(a.slot.owner)]
         others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and takes_part(b.slot.owner)]
         asks = [a for a in asks if a.slot.quantity > 0]
@@ -348,13 +348,13 @@ class Dealing:
         and the others' availability only against a need's minimum: a probe round changes the answer only where it
         changed who takes part, or moved some peer's ratio while one of this deal's needs or of the bids that count
         asks for a minimum (`CountedBids.floored`)."""
-        mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
+        mine = tuple((kind, self.market.offer.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
         counted = self._counted.version()
         taking_part = self.market.shown.taking_part
         taking_part.left_out()  # (brought up to now)
         floored = self._counted.floored or any(need[6] is not None for need in needs)
-        return (self.market.version, counted, self.market.bucket(), taking_part.version,
+        return (self.market.version, counted, self.market.offer.bucket(), taking_part.version,
                 self.market.availability.versions()[1] if floored else None, self.market.recognition_version(),
                 exclude, needs, mine)
 
@@ -417,7 +417,7 @@ class Dealing:
     def _offered(self, provider: str, slot: str) -> int:
         """The units `provider`'s capacity slot `slot` offers now (0 if it no longer does)."""
         if provider == self.me:
-            asks = self.market.own_asks()
+            asks = self.market.offer.own_asks()
         else:
             held = self.market.book.get(provider)
             asks = held.asks if held is not None else []

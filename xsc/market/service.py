@@ -3,8 +3,8 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
 
 - **Offer.** The node publishes capacity slots for what it really has -- free storage bytes and
   compute fuel -- for the current time bucket and the next, each with an ask from its pricing
-  policy (the ask rises with utilization).  Need slots of puts and invokes in progress are
-  published with it.  The commitment is signed and stamped with an Interval Tree Clock; the stamp
+  policy (the ask rises with utilization: `self.offer`, xsc.market.offer).  Need slots of puts and invokes in
+  progress are published with it.  The commitment is signed and stamped with an Interval Tree Clock; the stamp
   is kept in LevelDB so it only grows across restarts.
 - **Book.** Commitments travel between peers (`POST /v1/peer/market`): pushed on every change
   (debounced by `market.publish_delay`) to the subscribers (`audience`, from the allocation service;
@@ -27,7 +27,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
@@ -37,9 +36,8 @@ from typing import Any, Protocol
 from .. import codec
 from ..db import Database
 from ..itc import Stamp
-from ..allocation.core.models import MAX_QUANTITY
 from ..allocation.core.subscriptions import Subscribers, interests
-from ..errors import InvalidArgument, NodeStopping, PeerError, quoted
+from ..errors import InvalidArgument, PeerError, quoted
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
@@ -47,19 +45,18 @@ from .core.backing import backed
 from .clearing import ShownClearing
 from .availability import PeerAvailability
 from .core.book import MarketCommitment, sign_commitment
-from .core.models import WEB_TAG, Ask, Bid, offer_asks
+from .core.models import Bid
 from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
+from .offer import Offer
 from .prices import Prices
 from .recognition import Recognition, RecognisingMe, check_weight
 from .replication import BookReplication
 from .store import MarketStore
-from .core.pricing import PricingPolicy, ask_price
 from ..tasks import Quota, in_pool, now_ms, woken
 
 log = logging.getLogger(__name__)
 
-HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 
 
 class PeerView(Protocol):
@@ -87,16 +84,13 @@ class MarketService:
                  find_providers: Callable[[str, int, dict], Awaitable[Any]] | None = None,
                  web: bool = False) -> None:
         self.config = config
-        # on its compute asks: whether it has a web listener, so can serve a web function (`WEB_TAG`)
-        self.compute_tags = (WEB_TAG,) if web else ()
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.identity = identity
         self.me = self.identity.id
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
-        self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
-        self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
-        self.compute_threads = compute_threads
+        self.offer = Offer(me=self.me, config=config, compute_threads=compute_threads, storage_usage=storage_usage,
+                           web=web, leaving=lambda: self.leaving, touch=self.touch)
         self.gossip_interval = gossip_interval
         self.store = MarketStore(db)
         # Whose commitments this node wants and who gets its own are the market's to say (recognition, offer).
@@ -119,12 +113,9 @@ class MarketService:
         self.needs = needs  # this node's open needs (puts in progress, standing needs): published with its offer
         needs.watch(self.touch)
         self.credit_lines = credit_lines  # xsc.ledger.trust.TrustLines: set_credit, line (None: no credit lines)
-        self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
-        self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         # Shutting down: it publishes no offer and refuses its peers' work; its own puts under way keep its offer.
         self.leaving = False
-        self._asks: tuple[tuple, list[Ask]] | None = None  # (what own_asks were made of, the asks)
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self.shown = ShownClearing(self)  # the clearing `xsc market book` and `xsc market prices` show
         self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
@@ -133,79 +124,6 @@ class MarketService:
         self._announce = False  # the offer published at start differs from the one the peers hold
         # Who subscribed to its commitment (the allocation service's): who gets ours, whose we want.  None: every peer.
         self.subscribers = subscribers
-
-    # --- what this node offers ------------------------------------------------------------
-    def policy(self, kind: str) -> PricingPolicy:
-        """The pricing policy of `kind` as configured now (made again only when that changed: every put and every
-        paid call asks for it)."""
-        c = self.config
-        terms = (getattr(c, f"{kind}_ask_floor"), getattr(c, f"{kind}_ask_ceiling"), c.ask_exponent)
-        kept = self._policies.get(kind)
-        if kept is None or kept[0] != terms:
-            kept = self._policies[kind] = (terms, PricingPolicy(floor=terms[0], ceiling=terms[1], exponent=terms[2]))
-        return kept[1]
-
-    def bucket(self, at_s: int | None = None) -> int:
-        return (int(time.time()) if at_s is None else at_s) // self.config.bucket_seconds
-
-    def compute_capacity(self) -> int:
-        return min(self.compute_threads * self.config.fuel_per_second * self.config.bucket_seconds, MAX_QUANTITY)
-
-    def own_asks(self) -> list[Ask]:
-        """Capacity slots for the current bucket and the next, priced by the pricing policy; made again only when
-        what they are made of changed (every market round and every quote asks for them, and four validated models
-        made each time cost an idle node about 0.3 ms of CPU a second).  Leaving, they are no longer published, but
-        this node's own puts still match them (a put admitted before the stop ends with the offers it had)."""
-        now_bucket = self.bucket()
-        used, capacity = self.storage_usage()
-        storage = (min(capacity - used, MAX_QUANTITY), ask_price(self.policy("storage"), used, capacity)) \
-            if self.config.offer_storage and capacity > used else None
-        made_of = (self.config.bucket_seconds, now_bucket, storage,
-                   tuple(self._compute_offer(b) for b in (now_bucket, now_bucket + 1)))
-        if self._asks is None or self._asks[0] != made_of:
-            self._asks = (made_of, offer_asks(self.me, *made_of, compute_tags=self.compute_tags))
-        return list(self._asks[1])
-
-    def _compute_offer(self, b: int) -> tuple[int, int] | None:
-        """The fuel this node offers in bucket `b` and its ask for it (None: no compute offered)."""
-        fuel = self.compute_capacity()
-        # Offered in steps of a thousandth of the bucket: every invoke must not re-sign and re-send the offer.
-        step = max(1, fuel // 1000)
-        fuel_used = min(-(-self.fuel_used.get(b, 0) // step) * step, fuel)
-        if not self.config.offer_compute or fuel <= fuel_used:
-            return None
-        return fuel - fuel_used, ask_price(self.policy("compute"), fuel_used, fuel)
-
-    def ask(self, kind: str) -> int | None:
-        """This node's ask now for `kind`, None if it does not offer it."""
-        # Without building every offer: a provider asks it for every paid call, a gateway for every put.
-        if kind == "compute":
-            offered = self._compute_offer(self.bucket())
-            return None if offered is None else offered[1]
-        used, capacity = self.storage_usage()
-        if kind != "storage" or not self.config.offer_storage or capacity <= used:
-            return None
-        return ask_price(self.policy("storage"), used, capacity)
-
-    def honoured_ask(self, kind: str) -> int | None:
-        """The lowest price this node takes a deal at: its ask now, or a lower one it published within the
-        last HONOUR_SECONDS (a gateway matched on that offer before our newer one reached it).  Leaving, it
-        refuses the work peers offer (503 `node-stopping`, nothing taken: its sender places it elsewhere at once)."""
-        if self.leaving:
-            raise NodeStopping("this node is stopping: it takes no new work", hint="place it on another provider")
-        now = self.ask(kind)
-        if now is None:
-            return None
-        horizon = now_ms() - HONOUR_SECONDS * 1000
-        recent = [price for at, k, price in self._asks_published if k == kind and at >= horizon]
-        return min([now, *recent])
-
-    def note_fuel(self, fuel: int) -> None:
-        b = self.bucket()
-        self.fuel_used[b] = self.fuel_used.get(b, 0) + fuel
-        for old in [k for k in self.fuel_used if k < b]:
-            del self.fuel_used[old]
-        self.touch()
 
     # --- recognition (xsc.market.recognition) ----------------------------------------------
     def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
@@ -263,7 +181,7 @@ class MarketService:
         self.weights.unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
-        asks = [] if self.leaving else self.own_asks()
+        asks = [] if self.leaving else self.offer.own_asks()
         bids, recognition = self.needs.published(), self.recognition()
         content = (tuple(asks), bids, tuple(recognition.items()))
         if content == self._published and not force:
@@ -272,8 +190,7 @@ class MarketService:
         commitment = sign_commitment(self.identity, asks=tuple(asks), bids=bids, recognition=recognition,
                                      stamp=self.stamp, timestamp=now_ms())
         self._published = content
-        self._asks_published.extend((commitment.timestamp, a.slot.kind, a.price) for a in asks
-                                    if a.slot.id.endswith(f"-{self.bucket()}"))
+        self.offer.published(commitment.timestamp, asks)
         self._own_signed += 1
         self.weights.unsaved = False
         return commitment, self._own_signed, self._self_state()
@@ -329,7 +246,7 @@ class MarketService:
         recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
         mine_mc = self.book.get(self.me)
         mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)
-        offered = frozenset(a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks()))
+        offered = frozenset(a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.offer.own_asks()))
         recognisers = frozenset() if self.subscribers is None else self.subscribers.recognisers(now_ms())
         # Made again only when what they are made of changed (asked three times a second), of the commitments of
         # those this node recognises and of those recognising it, kept with the book's changes.
@@ -500,12 +417,13 @@ class MarketService:
 
     def offer_view(self) -> dict[str, Any]:
         c = self.config
-        used, capacity = self.storage_usage()
+        offer = self.offer
+        used, capacity = offer.storage_usage()
         return {
-            "storage": {"offered": c.offer_storage, "capacity": capacity, "used": used, "ask": self.ask("storage"),
+            "storage": {"offered": c.offer_storage, "capacity": capacity, "used": used, "ask": offer.ask("storage"),
                         "floor": c.storage_ask_floor, "ceiling": c.storage_ask_ceiling, "unit": "GiB-hour"},
-            "compute": {"offered": c.offer_compute, "fuel_per_bucket": self.compute_capacity(),
-                        "used": self.fuel_used.get(self.bucket(), 0), "ask": self.ask("compute"),
+            "compute": {"offered": c.offer_compute, "fuel_per_bucket": offer.compute_capacity(),
+                        "used": offer.fuel_used.get(offer.bucket(), 0), "ask": offer.ask("compute"),
                         "floor": c.compute_ask_floor, "ceiling": c.compute_ask_ceiling, "unit": "million fuel"},
             "exponent": c.ask_exponent, "bucket_seconds": c.bucket_seconds,
             "slots": self._asks_view(),

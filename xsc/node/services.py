@@ -276,7 +276,7 @@ class Node:
             on_countersigned=trust.paid, on_strike=self.strike, on_owed=trust.owe, collectable=trust.collectable,
             owe_counted=trust.owe_counted, counting=trust.counting)
         payments.add_check("prepay", payments.check_prepayment)
-        self.terms = HolderTerms(db=db, store=self.store, ask=lambda: market.honoured_ask("storage"))
+        self.terms = HolderTerms(db=db, store=self.store, ask=lambda: market.offer.honoured_ask("storage"))
         payments.add_check("store", self.terms.check_receipt)
         self.deals = StorageDeals(db=db, me=me, store=self.store, pool=pool, pay=payments.pay,
                                   paid_for=payments.paid_for, audits_on=config.audit.blocks_per_round > 0,

@@ -214,7 +214,7 @@ def most_room(market: MarketService) -> int:
     leaves withdraws it from its peers and its book, not from its own puts under way; and the book's copy of it is
     the one last published, which lags a put just stored by `market.publish_delay`: a put right after it would be
     told of room this node no longer has)."""
-    own = max((a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"), default=0)
+    own = max((a.slot.quantity for a in market.offer.own_asks() if a.slot.kind == "storage"), default=0)
     return max(market.book.most_offered("storage", but=market.me), own)
 
 
@@ -232,7 +232,7 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
             asked = "--spread" if spread else "this node in --avoid"
             raise InvalidArgument(f"a put of unknown size (a stream, stdin) is kept whole on this node: {asked} "
                                   "cannot be honoured", hint="put it from a file: xsc store put FILE --spread")
-        ask = market.ask("storage")
+        ask = market.offer.ask("storage")
         if ask is None:
             raise StorageFull("this node offers no storage for a stream of unknown size",
                               hint="send the size (Content-Length), or turn market.offer_storage on")
@@ -250,7 +250,7 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
                           f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
-    ask = market.ask("storage")
+    ask = market.offer.ask("storage")
     home_offers = ask is not None and ask <= bid and me not in wanted.get("avoid", ())
     others = providers(market) - {me}
     home = home_shares(len(others) + home_offers, home_offers, spread)
@@ -265,7 +265,7 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
             home = erasure.K
     if found is None:
         found = await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
-    used, capacity = market.storage_usage()
+    used, capacity = market.offer.storage_usage()
     # A share lost during the put is rebuilt where the put would have kept it: here only if the put keeps shares here
     # on purpose and one more fits beside those it keeps (rebuilt here without room, its repair would fail for good).
     spare = capacity - used - found.nodes.count(me) * share_bytes
