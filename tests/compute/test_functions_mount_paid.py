@@ -100,7 +100,7 @@ async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the
     assert response.status == 400 and refused["least"] == budget + MOUNTED, refused
     assert f"reading the files it mounts there, {MOUNTED:,}" in refused["detail"], refused
     assert refused["hint"].endswith(f"--on-market --spend-cap {budget + MOUNTED}"), refused
-    assert unpaid_tabs(a) == [] and b.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
+    assert unpaid_tabs(a) == [] and b.app[NODE].functions.placed_here.get(a.app[IDENTITY].id, "hello") is None
     # The least cap that places it on `b`, which lacks the module: its one tab pays the push, the reading and the
     # one request it has room for.
     least = budget + COMPILED + MOUNTED
@@ -147,7 +147,7 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
         assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
         # nothing signed for it, sent or read
         assert [t.cap for t in unpaid_tabs(a)] == [opened]
-        assert second.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
+        assert second.app[NODE].functions.placed_here.get(a.app[IDENTITY].id, "hello") is None
         assert not second.app[NODE].compute.registry.has_module(module) and line(a, second) == (0, 0)
         assert second.app[NODE].trust.line(a.app[IDENTITY].id)["reserved"] == 0
         assert balances(a, second) == before
@@ -217,7 +217,7 @@ async def test_a_provider_reads_no_file_its_placements_tab_does_not_pay_for(node
     assert (status, answer["code"]) == (402, "spend-cap-reached") and f"{MOUNTED:,}" in answer["detail"], answer
     status, answer = await place(budget + MOUNTED - 1, MOUNTED)  # its cap: room for a request, not the reading too
     assert status == 403 and answer["code"] == "deal-refused", answer
-    assert b.app[NODE].functions.placed(owner_id, "hello") is None
+    assert b.app[NODE].functions.placed_here.get(owner_id, "hello") is None
     assert b.app[NODE].trust.line(owner_id)["used"] == 0 and b.app[NODE].trust.line(owner_id)["reserved"] == 0
     status, answer = await place(budget + MOUNTED, MOUNTED)
     assert status == 201, answer

@@ -267,7 +267,7 @@ async def test_placements_sent_at_once_are_held_to_the_per_owner_quota(node_fact
                                      for name, auth in zip(names, auths)))
     statuses = sorted(status for status, _ in answers)
     assert statuses == [201] * PER_OWNER + [429] * 4, answers
-    assert provider.app[NODE].functions.placed_by(owner_id) == PER_OWNER
+    assert provider.app[NODE].functions.placed_here.by(owner_id) == PER_OWNER
     # Placed again (its next tab) while the quota is full: still the owner's own, not one more.
     placed = next(name for name, (status, _) in zip(names, answers) if status == 201)
     renewed = await node.payments.authorize(pid, 2 * budget, function_job(owner_id, placed), ttl=3600)
@@ -297,7 +297,7 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
     status, answer = await _place(stranger, provider, {"function": {"name": "a", "module": module},
                                                        **_terms(provider, price, authorization)})
     assert status == 402 and answer["code"] == "prepayment-required", answer
-    assert provider.app[NODE].functions.placed(stranger_id, "a") is None
+    assert provider.app[NODE].functions.placed_here.get(stranger_id, "a") is None
     for _ in range(10):  # each with a fresh authorization (any key signs one): no tab of theirs is kept
         authorization = await stranger.app[NODE].payments.authorize(
             provider.app[IDENTITY].id, 2 * _budget(provider, module, price), function_job(stranger_id, "a"), ttl=3600)
@@ -385,7 +385,7 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
 
     status, answer = await place(stingy, limits)
     assert status == 402 and answer["code"] == "prepayment-required", answer
-    assert stingy.app[NODE].functions.placed(owner_id, "site") is None
+    assert stingy.app[NODE].functions.placed_here.get(owner_id, "site") is None
     used = generous.app[NODE].trust.line(owner_id)["used"]
     roomy = {"fuel": 100_000_000}  # enough to answer the page
     status, answer = await place(generous, roomy)
@@ -421,7 +421,7 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
     status, answer = await _place(owner, provider, {**terms, "function": {"name": "a", "module": module},
                                                     "extra": 1})
     assert status == 400, answer
-    assert provider.app[NODE].functions.placed(owner_id, "a") is None
+    assert provider.app[NODE].functions.placed_here.get(owner_id, "a") is None
 
 
 async def test_two_owners_placing_one_name_on_a_provider_each_reach_only_their_own(node_factory):
@@ -642,12 +642,12 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     assert (await close_tab(node.client, peer_url, pid, encode_authorization(first).hex()))["receipt"]
     status, headers, problem = await _get(url)
     assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
-    assert provider.app[NODE].functions.placed(owner_id, "left") is None
+    assert provider.app[NODE].functions.placed_here.get(owner_id, "left") is None
     assert provider.app[NODE].compute.store.placements() == []
     # Placed with its next tab, then the old one closed: a request that took the old tab is told to retry, and the
     # function is still served on the new one.
     url, first = await place("moving")
-    old = provider.app[NODE].functions.placed(owner_id, "moving").bill
+    old = provider.app[NODE].functions.placed_here.get(owner_id, "moving").bill
     await place("moving")
     with pytest.raises(PeerRefused) as refused:  # no request ran under it: closed, with no receipt
         await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
@@ -665,7 +665,7 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     await eventually_async(lambda: time.time() > authorization.expires_at, "the tab's authorization to expire")
     status, headers, problem = await _get(answer["url"])
     assert status == 404 and b"expired" in problem, problem
-    assert provider.app[NODE].functions.placed(owner_id, "gone") is None
+    assert provider.app[NODE].functions.placed_here.get(owner_id, "gone") is None
     assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "moving")]
 
 

@@ -362,14 +362,14 @@ async def test_a_placement_sent_while_its_function_is_withdrawn_is_refused_and_p
     caps = await _two_pages(owner)
     status, answer = await _place_site(owner, provider, module, price, caps[0])
     assert status == 201, answer
-    drop, dropping, go_on = functions.drop, asyncio.Event(), asyncio.Event()
+    drop, dropping, go_on = functions.placed_here.drop, asyncio.Event(), asyncio.Event()
 
     async def held(*args):
         dropping.set()
         await go_on.wait()
         return await drop(*args)
 
-    monkeypatch.setattr(functions, "drop", held)
+    monkeypatch.setattr(functions.placed_here, "drop", held)
     withdrawn = asyncio.ensure_future(wire.withdraw(owner.app[NODE].client, provider.app[NODE].peers.url, pid, "site"))
     try:
         await asyncio.wait_for(dropping.wait(), 30)

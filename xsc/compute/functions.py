@@ -17,7 +17,8 @@ A function served `on_market` is not run here: it is placed on a provider the ma
 (compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
 on this node's tab with it (compute/placed_functions.py); a request for it here is redirected there.  The
 provider's side is this same code: a placed function is served with a bill on the owner's tab (`TabBill`)
-where the owner's own functions are billed to the local ledger (`LedgerBill`).
+where the owner's own functions are billed to the local ledger (`LedgerBill`); `PlacedHere` keeps the functions
+placed here and their files (reached as `placed_here`).
 
 A small request is tried first, in a web runner (a child process) or on the event loop's thread
 (compute/web_on_loop.py); the rest run on workers.
@@ -313,6 +314,102 @@ class Served:
         return gone
 
 
+class PlacedHere:
+    """The functions other nodes placed here (compute/placed_functions.py takes their placements and withdrawals),
+    served under /fn/OWNER_ID/NAME/: each with the bill of its owner's tab, its files mounted under
+    work_dir/PLACED_DIR/OWNER/NAME/ in a directory named by its inputs.  Its spec is checked and its files staged as
+    a function of this node's own (`check` and `mount`: WebFunctions')."""
+
+    def __init__(self, work_dir: Path, check: Callable[[Any], dict[str, Any]],
+                 mount: Callable[..., Awaitable[None]]) -> None:
+        self.work_dir = work_dir
+        self.check = check
+        self.mount = mount
+        self._placed: dict[tuple[str, str], Served] = {}  # (owner, name) -> it
+
+    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], Awaitable[None]],
+                   keep: Callable[[dict[str, Any]], None], staged: Callable[[int], None] | None = None
+                   ) -> dict[str, Any]:
+        """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
+        changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
+        before its files are read, once the disk has room for them (it may refuse), `staged` with the bytes of each
+        part of them written; `keep` is given its record once its files are in place, before it is served (what was
+        placed is then on disk)."""
+        record = self.check({**body, "on_market": False})
+        record["owner"], record["mounted"] = owner, _digest(record["inputs"])
+        key = (owner, record["name"])
+        served = self._placed.get(key)
+        if served is not None and _same(served.record, record):
+            keep(served.record)
+            served.bill = bill
+            return served.record
+        mounted = self.directory(record)
+        if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
+            try:
+                await self.mount(record, mounted / "in", "place it on another provider", mounting, staged)
+            except asyncio.CancelledError:  # cut short (a withdrawal, its deadline), its files maybe moved into
+                # place already: they are no one's (with none served before, neither is the function's folder)
+                await _to_its_end(shutil.rmtree, mounted if served is not None else mounted.parent, True)
+                raise
+        keep(record)
+        self._placed[key] = Served(record, bill, owner=owner)
+        await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
+        return record
+
+    def restore(self, record: dict[str, Any], bill: Bill, counts: dict[str, Any] | None = None) -> None:
+        """A placed function kept on disk served again after a restart, checked again as when it was placed (its
+        module here and runnable, its limits within this node's) and its files still where they were mounted; its
+        counters from where they were kept (`counts`: requests, errors, earned)."""
+        self.check({k: v for k, v in record.items() if k in FIELDS})
+        if record["mounted"] != _digest(record["inputs"]) or not self.directory(record).is_dir():
+            raise NotFound(f"the files function {record['name']!r} mounts are no longer here", hint="place it again")
+        counts = counts if isinstance(counts, dict) else {}
+        kept = [n if type(n := counts.get(k, 0)) is int and n >= 0 else 0 for k in ("requests", "errors", "earned")]
+        self._placed[(record["owner"], record["name"])] = Served(record, bill, owner=record["owner"], requests=kept[0],
+                                                                 errors=kept[1], spend=kept[2])
+
+    def prune(self) -> int:
+        """Remove the files of placed functions no longer served here (withdrawn, or dropped at a restart); how
+        many directories."""
+        root = self.work_dir / PLACED_DIR
+        kept = {self.directory(served.record) for served in self._placed.values()}
+        stale = [path for path in root.glob("*/*/*") if path not in kept]
+        stale += [path for path in root.glob("*/*") if not any(k.parent == path for k in kept)]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(stale)
+
+    async def drop(self, owner: str, name: str) -> Served:
+        """A placed function withdrawn: requests for it are refused from now on (404)."""
+        served = self._placed.pop((owner, name), None)
+        if served is None:
+            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
+        await in_pool(None, shutil.rmtree, self.work_dir / PLACED_DIR / owner / name, True)
+        return served
+
+    def directory(self, record: dict[str, Any]) -> Path:
+        """Where a placed function's files are mounted (under `in/`): one directory for each set of inputs, so a
+        placement kept on disk never names files staged for another."""
+        return self.work_dir / PLACED_DIR / record["owner"] / record["name"] / record["mounted"]
+
+    def get(self, owner: str, name: str) -> Served | None:
+        return self._placed.get((owner, name))
+
+    def all(self) -> list[tuple[str, str, Served]]:
+        """(owner, name, served) of every function other nodes placed here."""
+        return [(owner, name, served) for (owner, name), served in self._placed.items()]
+
+    def by(self, owner: str) -> int:
+        return sum(1 for o, _ in self._placed if o == owner)
+
+    @property
+    def count(self) -> int:
+        return len(self._placed)
+
+    def close(self) -> None:
+        self._placed = {}
+
+
 class WebFunctions:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, store: ComputeStore, work_dir: Path, bid: int, placements: Any,
@@ -327,7 +424,7 @@ class WebFunctions:
         self.room = DiskRoom(work_dir, DISK_MARGIN)  # what functions' requests write on disk
         self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
-        self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
+        self.placed_here = PlacedHere(work_dir, self._checked, self._mount)  # functions other nodes placed here
         self._paying: dict[bytes, int] = {}  # authorization id -> the minute its payment's row names (`paying`)
         self._made = False  # work_dir exists
         self.in_flight = 0  # requests of every function, from their admission until their run has ended
@@ -349,7 +446,7 @@ class WebFunctions:
 
     def close(self) -> None:
         self._served = {}
-        self._placed = {}
+        self.placed_here.close()
         self.on_loop.close()
 
     # --- the owner's functions ---------------------------------------------------------------
@@ -464,86 +561,6 @@ class WebFunctions:
         cap = served.record["spend_cap"]
         return None if cap is None else max(0, cap - served.spent_this_hour(_minute()))
 
-    # --- functions other nodes placed here ----------------------------------------------------
-    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], Awaitable[None]],
-                   keep: Callable[[dict[str, Any]], None], staged: Callable[[int], None] | None = None
-                   ) -> dict[str, Any]:
-        """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
-        changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
-        before its files are read, once the disk has room for them (it may refuse), `staged` with the bytes of each
-        part of them written; `keep` is given its record once its files are in place, before it is served (what was
-        placed is then on disk)."""
-        record = self._checked({**body, "on_market": False})
-        record["owner"], record["mounted"] = owner, _digest(record["inputs"])
-        key = (owner, record["name"])
-        served = self._placed.get(key)
-        if served is not None and _same(served.record, record):
-            keep(served.record)
-            served.bill = bill
-            return served.record
-        mounted = self._placed_dir(record)
-        if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
-            try:
-                await self._mount(record, mounted / "in", "place it on another provider", mounting, staged)
-            except asyncio.CancelledError:  # cut short (a withdrawal, its deadline), its files maybe moved into
-                # place already: they are no one's (with none served before, neither is the function's folder)
-                await _to_its_end(shutil.rmtree, mounted if served is not None else mounted.parent, True)
-                raise
-        keep(record)
-        self._placed[key] = Served(record, bill, owner=owner)
-        await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
-        return record
-
-    def restore(self, record: dict[str, Any], bill: Bill, counts: dict[str, Any] | None = None) -> None:
-        """A placed function kept on disk served again after a restart, checked again as when it was placed (its
-        module here and runnable, its limits within this node's) and its files still where they were mounted; its
-        counters from where they were kept (`counts`: requests, errors, earned)."""
-        self._checked({k: v for k, v in record.items() if k in FIELDS})
-        if record["mounted"] != _digest(record["inputs"]) or not self._placed_dir(record).is_dir():
-            raise NotFound(f"the files function {record['name']!r} mounts are no longer here", hint="place it again")
-        counts = counts if isinstance(counts, dict) else {}
-        kept = [n if type(n := counts.get(k, 0)) is int and n >= 0 else 0 for k in ("requests", "errors", "earned")]
-        self._placed[(record["owner"], record["name"])] = Served(record, bill, owner=record["owner"], requests=kept[0],
-                                                                 errors=kept[1], spend=kept[2])
-
-    def prune_placed(self) -> int:
-        """Remove the files of placed functions no longer served here (withdrawn, or dropped at a restart); how
-        many directories."""
-        root = self.work_dir / PLACED_DIR
-        kept = {self._placed_dir(served.record) for served in self._placed.values()}
-        stale = [path for path in root.glob("*/*/*") if path not in kept]
-        stale += [path for path in root.glob("*/*") if not any(k.parent == path for k in kept)]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-        return len(stale)
-
-    async def drop(self, owner: str, name: str) -> Served:
-        """A placed function withdrawn: requests for it are refused from now on (404)."""
-        served = self._placed.pop((owner, name), None)
-        if served is None:
-            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
-        await in_pool(None, shutil.rmtree, self.work_dir / PLACED_DIR / owner / name, True)
-        return served
-
-    def _placed_dir(self, record: dict[str, Any]) -> Path:
-        """Where a placed function's files are mounted (under `in/`): one directory for each set of inputs, so a
-        placement kept on disk never names files staged for another."""
-        return self.work_dir / PLACED_DIR / record["owner"] / record["name"] / record["mounted"]
-
-    def placed(self, owner: str, name: str) -> Served | None:
-        return self._placed.get((owner, name))
-
-    def placed_all(self) -> list[tuple[str, str, Served]]:
-        """(owner, name, served) of every function other nodes placed here."""
-        return [(owner, name, served) for (owner, name), served in self._placed.items()]
-
-    def placed_by(self, owner: str) -> int:
-        return sum(1 for o, _ in self._placed if o == owner)
-
-    @property
-    def placed_count(self) -> int:
-        return len(self._placed)
-
     def _checked(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - set(FIELDS):
             raise InvalidArgument(f"a function's fields are {', '.join(FIELDS)}", hint="xsc compute serve --help")
@@ -602,7 +619,7 @@ class WebFunctions:
         served = None if _NODE_ID.fullmatch(name) else self._served.get(name)
         if served is None:
             placed, _, rest = request.path_info[1:].partition("/")
-            served = self._placed.get((name, placed))
+            served = self.placed_here.get(name, placed)
             if served is None:
                 if placed and _NODE_ID.fullmatch(name):
                     # a caller of a placed function (/fn/OWNER_ID/NAME/) gone from here is told of that function
@@ -769,7 +786,8 @@ class WebFunctions:
 
     def _mounted(self, served: Served) -> str:
         record = served.record
-        return str((self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in")
+        where = self.work_dir / record["name"] if served.owner is None else self.placed_here.directory(record)
+        return str(where / "in")
 
     def _elsewhere(self, served: Served, request: Request) -> Answer:
         """A request here for a function served on the market: sent to where its provider serves it (307: the

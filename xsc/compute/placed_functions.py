@@ -62,7 +62,7 @@ from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
 from ..net.functions import PLACE_TIMEOUT
 from ..tasks import in_pool, periodic
-from .functions import CONCURRENCY, MAX_BODY, WebFunctions, median_ms
+from .functions import CONCURRENCY, MAX_BODY, PlacedHere, median_ms
 from .jobspec import MAX_INPUTS, Input, parse_input
 from .modules import parse_module_id
 from .paid import SWEEP_INTERVAL, PaidCompute, not_here
@@ -170,9 +170,9 @@ class TabBill:
 
 
 class PlacedFunctions:
-    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, store: ComputeStore,
+    def __init__(self, *, placed: PlacedHere, paid: PaidCompute, store: ComputeStore,
                  web_url: Callable[[], str | None], max_body: int = MAX_BODY, concurrency: int = CONCURRENCY) -> None:
-        self.functions = functions  # serves them, with the node's own
+        self.placed = placed  # serves them, with the node's own (WebFunctions.placed_here)
         # the most a placed function may ask (compute.placed_max_body, compute.placed_concurrency): with the room
         # its requests find on disk (WebFunctions.room), what bounds the disk strangers' callers write
         self.max_body, self.concurrency = max_body, concurrency
@@ -197,13 +197,13 @@ class PlacedFunctions:
                 if (record["owner"], record["name"]) != (owner, name):
                     raise InvalidArgument("its record names another function")
                 self._within(record)  # (this node's caps may have been lowered since)
-                self.functions.restore(record, self._bill(owner, name, placement), counts.get((owner, name)))
+                self.placed.restore(record, self._bill(owner, name, placement), counts.get((owner, name)))
             except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
                 log.info("function %s of %s is not served again: %s", name, owner,
                          getattr(err, "message", repr(err)))
                 self.store.remove_placement(owner, name)
-        self.functions.prune_placed()
-        self._kept = {(owner, name): _counts(served) for owner, name, served in self.functions.placed_all()}
+        self.placed.prune()
+        self._kept = {(owner, name): _counts(served) for owner, name, served in self.placed.all()}
         if stale := {key: None for key in counts if key not in self._kept}:  # of functions not served again, or
             self.store.save_placed_counts(stale)  # withdrawn while a batch of them was being written
 
@@ -232,7 +232,7 @@ class PlacedFunctions:
     def _changed_counts(self) -> tuple[dict, dict[tuple[str, str], dict[str, int]]]:
         """Every placed function's counters now (read on the loop, where they count), and those changed since they
         were last kept."""
-        now = {(owner, name): _counts(served) for owner, name, served in self.functions.placed_all()}
+        now = {(owner, name): _counts(served) for owner, name, served in self.placed.all()}
         return now, {key: dict(zip(("requests", "errors", "earned"), counts)) for key, counts in now.items()
                      if self._kept.get(key) != counts}
 
@@ -242,7 +242,7 @@ class PlacedFunctions:
         bytes each) would stay until a restart; the (owner, name) of each withdrawn."""
         now = time.time() if now is None else now
         ended = []
-        for owner, name, served in self.functions.placed_all():
+        for owner, name, served in self.placed.all():
             auth = served.bill.auth
             if now > auth.expires_at or await in_pool(None, self.paid.ledger.store.receipt_for, auth.id) is not None:
                 ended.append((owner, name, served.bill))
@@ -292,10 +292,10 @@ class PlacedFunctions:
         if key in self._moving:  # its files and record are being made or removed: two at once would take the other's
             raise Conflict(f"your function {name[:64]!r} is being placed or withdrawn here already",
                            hint="place it again once that is answered")
-        placing = [o for o, n in self._placing if self.functions.placed(o, n) is None]  # (once served: counted so)
-        if self.functions.placed(owner, name) is None and (
-                self.functions.placed_by(owner) + placing.count(owner) >= PER_OWNER
-                or self.functions.placed_count + len(placing) >= MAX_PLACED):
+        placing = [o for o, n in self._placing if self.placed.get(o, n) is None]  # (once served: counted so)
+        if self.placed.get(owner, name) is None and (
+                self.placed.by(owner) + placing.count(owner) >= PER_OWNER
+                or self.placed.count + len(placing) >= MAX_PLACED):
             raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
                                 "all", hint="place it on another provider", retry_after=60)
         self._placing[key] += 1
@@ -373,7 +373,7 @@ class PlacedFunctions:
         deadline, cut = asyncio.timeout(PLACE_TIMEOUT), False  # past it its owner has stopped waiting for the answer
         try:
             async with deadline:
-                record = await self.functions.host(owner, function, bill, mounting, keep, staged)
+                record = await self.placed.host(owner, function, bill, mounting, keep, staged)
         except asyncio.CancelledError:  # a withdrawal's
             cut = True
             raise
@@ -403,7 +403,7 @@ class PlacedFunctions:
         if (owner, name) in self._moving:  # left to what is under way (the function placed on its next tab, maybe)
             return FunctionUnavailable("this function is being placed here again, or withdrawn",
                                        hint="retry in a moment")
-        served = self.functions.placed(owner, name)
+        served = self.placed.get(owner, name)
         if served is None or served.bill is not bill:
             return FunctionUnavailable("this function has just moved to its owner's next tab here",
                                        hint="retry in a moment")
@@ -431,12 +431,12 @@ class PlacedFunctions:
                 placing = self._under_way.get(key)
                 cut = placing is not None and placing.cancel()
                 await asyncio.wait([before])
-            if self.functions.placed(owner, name) is None:  # refused before the synced write: a name costs no fsync
+            if self.placed.get(owner, name) is None:  # refused before the synced write: a name costs no fsync
                 if cut:  # what was being placed is not, and will not be, served
                     return {"withdrawn": name}
                 raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
             self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
-            await self.functions.drop(owner, name)
+            await self.placed.drop(owner, name)
         finally:
             self._moved(key, moved)
         return {"withdrawn": name}
@@ -450,7 +450,7 @@ class PlacedFunctions:
     async def status(self, owner: str, name: str) -> dict[str, Any]:
         """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
         is served; after a restart, its tab's runs before it too)."""
-        served = self.functions.placed(owner, name)
+        served = self.placed.get(owner, name)
         web = self.web_url()
         if served is None or web is None:
             raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it again")
@@ -470,7 +470,7 @@ class PlacedFunctions:
                  "url": None if web is None else f"{web}/fn/{owner}/{name}/", "requests": served.requests,
                  "errors": served.errors, "in_flight": served.in_flight, "p50_ms": median_ms(served.latencies),
                  "earned": served.spend}
-                for owner, name, served in sorted(self.functions.placed_all(), key=lambda item: item[:2])]
+                for owner, name, served in sorted(self.placed.all(), key=lambda item: item[:2])]
 
     def _within(self, function: dict[str, Any]) -> None:
         """Refused (413) if it asks for bodies or requests at once past what this node takes of a placed function."""

@@ -363,8 +363,9 @@ class Node:
                                       payer=payer, node=identity, store=self.compute.store, web_url=this_web_url,
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
                                       placements=self.placements, web_runners=config.compute.web_runners)
-        self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid, store=self.compute.store,
-                                                web_url=this_web_url, max_body=config.compute.placed_max_body,
+        self.placed_functions = PlacedFunctions(placed=self.functions.placed_here, paid=self.paid,
+                                                store=self.compute.store, web_url=this_web_url,
+                                                max_body=config.compute.placed_max_body,
                                                 concurrency=config.compute.placed_concurrency)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
