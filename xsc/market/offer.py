@@ -24,7 +24,7 @@ HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, high
 
 class Offer:
     def __init__(self, *, me: str, config: MarketSection, compute_threads: int,
-                 storage_usage: Callable[[], tuple[int, int]], web: bool, leaving: Callable[[], bool],
+                 storage_usage: Callable[[], tuple[int, int]], web: bool, is_leaving: Callable[[], bool],
                  touch: Callable[[], None]) -> None:
         self.me = me
         self.config = config
@@ -32,7 +32,7 @@ class Offer:
         self.compute_tags = (WEB_TAG,) if web else ()
         self.compute_threads = compute_threads
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
-        self.leaving = leaving  # () -> whether the node is stopping (the market's)
+        self.is_leaving = is_leaving  # () -> whether the market is leaving (MarketService.leaving)
         self.touch = touch  # what it offers changed: the market publishes again soon
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
@@ -95,7 +95,7 @@ class Offer:
         """The lowest price this node takes a deal at: its ask now, or a lower one it published within the
         last HONOUR_SECONDS (a gateway matched on that offer before our newer one reached it).  Leaving, it
         refuses the work peers offer (503 `node-stopping`, nothing taken: its sender places it elsewhere at once)."""
-        if self.leaving():
+        if self.is_leaving():
             raise NodeStopping("this node is stopping: it takes no new work", hint="place it on another provider")
         now = self.ask(kind)
         if now is None:

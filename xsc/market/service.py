@@ -90,7 +90,7 @@ class MarketService:
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
         self.offer = Offer(me=self.me, config=config, compute_threads=compute_threads, storage_usage=storage_usage,
-                           web=web, leaving=lambda: self.leaving, touch=self.touch)
+                           web=web, is_leaving=lambda: self.leaving, touch=self.touch)
         self.gossip_interval = gossip_interval
         self.store = MarketStore(db)
         # Whose commitments this node wants and who gets its own are the market's to say (recognition, offer).
